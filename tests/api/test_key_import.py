@@ -301,3 +301,37 @@ def test_an_edit_that_cannot_be_made_leaves_the_key_file(
     assert refused.exit_code == 2, refused.output
     assert said in " ".join(refused.output.split()), refused.output
     assert key_file.read_text() == before
+
+
+def test_a_roster_is_read_as_every_data_file_is(api_settings: Settings, tmp_path: Path) -> None:
+    """Parquet as well as CSV, and a CSV file's rows numbered as its lines are (a blank
+    line counted), as the hcps and territory files are."""
+    import pandas as pd
+
+    key_file = api_settings.api_keys_file
+    assert key_file is not None
+    roster = tmp_path / "reps.parquet"
+    pd.DataFrame(
+        {"name": ["rep-p1", "rep-p2"], "role": "rep", "territory_id": ["T1", None]}
+    ).to_parquet(roster)
+    refused = keys_cli(
+        "import", str(roster), "--out", str(tmp_path / "k.csv"), "--file", str(key_file)
+    )
+    assert refused.exit_code == 2
+    assert f"{roster}, row 2 (rep-p2): a rep key needs 'territory_id'" in " ".join(
+        refused.output.split()
+    )
+    source = tmp_path / "reps.csv"
+    source.write_text("name,role,territory_id\nrep-c1,rep,T1\n\nrep-c2,rep,\n")
+    refused = keys_cli(
+        "import", str(source), "--out", str(tmp_path / "k.csv"), "--file", str(key_file)
+    )
+    assert f"{source}, row 3 (rep-c2): a rep key needs 'territory_id'" in " ".join(
+        refused.output.split()
+    ), refused.output
+    pd.DataFrame({"name": ["rep-p1"], "role": ["rep"], "territory_id": ["T1"]}).to_parquet(roster)
+    added = keys_cli(
+        "import", str(roster), "--out", str(tmp_path / "k.csv"), "--file", str(key_file)
+    )
+    assert added.exit_code == 0, added.output
+    assert list(_keys_in(tmp_path / "k.csv")) == ["rep-p1"]

@@ -38,6 +38,11 @@ def _keys_file(path: Path | None) -> Path:
     return target
 
 
+def _channel_option(help: str) -> Any:
+    """``--channel``, given once per channel (not Typer's `<list[str]>`)."""
+    return typer.Option("--channel", metavar="CHANNEL", help=help)
+
+
 # The key entry's fields as `keys add` takes them: its refusals name these.
 KEY_OPTIONS = {
     "role": "--role",
@@ -70,12 +75,10 @@ def keys_add(
     ] = None,
     channels: Annotated[
         list[str] | None,
-        typer.Option(
-            "--channel",
-            metavar="CHANNEL",  # one channel per --channel: not Typer's `<list[str]>`
-            help="Bind a channel key to a channel, e.g. --channel sms (repeat for more): it "
-            "may then send feedback and consent for, and get recommendations of, those "
-            "channels only. Default: every channel.",
+        _channel_option(
+            "Bind a channel key to a channel, e.g. --channel sms (repeat for more): it may "
+            "then send feedback and consent for, and get recommendations of, those channels "
+            "only. Default: every channel."
         ),
     ] = None,
     replace: Annotated[
@@ -220,11 +223,7 @@ def keys_edit(
     ] = None,
     channels: Annotated[
         list[str] | None,
-        typer.Option(
-            "--channel",
-            metavar="CHANNEL",  # one channel per --channel: not Typer's `<list[str]>`
-            help="Bind a channel key to these channels instead (repeat for more).",
-        ),
+        _channel_option("Bind a channel key to these channels instead (repeat for more)."),
     ] = None,
     path: KeysFileOpt = None,
 ) -> Any:
@@ -362,48 +361,46 @@ def keys_import(
 
 
 def _import_rows(source: Path) -> list[tuple[str, dict[str, Any]]]:
-    """The key entries of the CSV ``source``, each with where it is (``reps.csv, row
-    3``, the header not counted, as data files' rows are named)."""
-    import csv
-
+    """The key entries of ``source`` (CSV or Parquet, read as every data file is),
+    each with where it is: ``reps.csv, row 3``, numbered as data files' rows are (the
+    header not counted, a CSV file's blank lines counted)."""
+    from nextbest.contract.errors import ContractError
+    from nextbest.contract.files import read_table, row_numbers
     from nextbest.yamlfile import near_hint
 
     try:
-        with source.open(newline="", encoding="utf-8-sig") as file:
-            reader = csv.DictReader(file)
-            header = [str(c).strip() for c in reader.fieldnames or []]
-            unknown = [c for c in header if c not in IMPORT_COLUMNS]
-            if unknown:
-                raise fail(
-                    f"{source}: column {unknown[0]!r} is not one a key takes"
-                    f"{near_hint(unknown[0], IMPORT_COLUMNS)} (columns: "
-                    f"{', '.join(IMPORT_COLUMNS)})"
-                )
-            missing = [c for c in ("name", "role") if c not in header]
-            if missing:
-                raise fail(f"{source}: no column {missing[0]!r} (columns: name, role, ...)")
-            reader.fieldnames = header
-            rows: list[tuple[str, dict[str, Any]]] = []
-            for row in reader:
-                if None in row:  # more cells than the header names
-                    raise fail(
-                        f"{source}, row {len(rows) + 1}: more cells than the header's "
-                        f"{len(header)} columns"
-                    )
-                cells = {k: (v or "").strip() for k, v in row.items()}
-                channels = [c for c in cells.get("channels", "").split(";") if c.strip()]
-                fields = {
-                    "name": cells["name"],
-                    "role": cells["role"] or None,
-                    "territory_id": cells.get("territory_id") or None,
-                    "purpose": cells.get("purpose") or None,
-                    "channels": [c.strip() for c in channels] or None,
-                }
-                rows.append((f"{source}, row {len(rows) + 1}", fields))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        said = path_error(exc) if isinstance(exc, OSError) else str(exc)
-        raise fail(f"{source} cannot be read as a CSV file: {said}") from None
-    return rows
+        raw = read_table(source)
+    except ContractError as exc:
+        raise fail(str(exc)) from None
+    header = [str(c) for c in raw.columns]
+    unknown = [c for c in header if c not in IMPORT_COLUMNS]
+    if unknown:
+        raise fail(
+            f"{source}: column {unknown[0]!r} is not one a key takes"
+            f"{near_hint(unknown[0], IMPORT_COLUMNS)} (columns: {', '.join(IMPORT_COLUMNS)})"
+        )
+    missing = [c for c in ("name", "role") if c not in header]
+    if missing:
+        raise fail(f"{source}: no column {missing[0]!r} (columns: name, role, ...)")
+    rows = row_numbers(raw)
+    # Cells as text, '' for empty (a Parquet file's null too); an empty cell is an
+    # option not given.
+    cells = {
+        c: raw[c].astype(object).where(raw[c].notna(), "").astype(str).str.strip() for c in header
+    }
+    given: list[tuple[str, dict[str, Any]]] = []
+    for i in range(len(raw)):
+        cell = {c: str(column.iat[i]) for c, column in cells.items()}
+        channels = [c.strip() for c in cell.get("channels", "").split(";") if c.strip()]
+        fields = {
+            "name": cell["name"],
+            "role": cell["role"] or None,
+            "territory_id": cell.get("territory_id") or None,
+            "purpose": cell.get("purpose") or None,
+            "channels": channels or None,
+        }
+        given.append((f"{source}, row {rows(i)}", fields))
+    return given
 
 
 def _served_model() -> tuple[Any, str] | str | None:

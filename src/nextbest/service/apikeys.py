@@ -1149,7 +1149,7 @@ def add_key(
                 f"an old key may be kept for more than no time and at most "
                 f"{MAX_KEEP_OLD.days} days, not {keep_old}"
             )
-    entry, key = _new_entry(
+    entry, key, _ = _new_entry(
         name=name,
         role=role,
         territory_id=territory_id,
@@ -1172,9 +1172,9 @@ def _new_entry(
     channels: Sequence[str] | None = None,
     given_as: Mapping[str, str] | None = None,
     where: str = "new key",
-) -> tuple[dict[str, Any], str]:
+) -> tuple[dict[str, Any], str, Principal]:
     """A key file entry for a new key, checked as loading checks one (refusals name
-    ``where``), and the key."""
+    ``where``), the key, and whom it is for."""
     key = new_key()
     entry: dict[str, Any] = {"name": name.strip(), "role": role, "key_sha256": hash_key(key)}
     if territory_id:
@@ -1187,7 +1187,7 @@ def _new_entry(
     (parsed,) = _parse([entry], where, numbered=False, given_as=given_as)
     if parsed.principal.channels is not None:  # written as servers read them
         entry["channels"] = list(parsed.principal.channels)
-    return entry, key
+    return entry, key, parsed.principal
 
 
 @dataclass(frozen=True)
@@ -1220,7 +1220,7 @@ def add_keys(
     now = utc_now() if now is None else now
     made = [(where, *_new_entry(**fields, where=where)) for where, fields in given]
     first: dict[str, str] = {}
-    for where, entry, _ in made:
+    for where, entry, _, _ in made:
         name = entry["name"]
         if name in first:
             raise ApiKeyError(
@@ -1231,20 +1231,16 @@ def add_keys(
     with _changing(path):
         entries = _read_entries(path)
         held = {str(e.get("name")) for e in entries}
-        for where, entry, _ in made:
+        for where, entry, _, _ in made:
             if entry["name"] in held:
                 raise ApiKeyError(
                     f"{where}: {path} has a key named {entry['name']!r} already; add the "
                     "others without it, and rotate it with `nextbest keys add "
                     f"{entry['name']} --role {entry['role']} --replace`"
                 )
-        new = [
-            NewKey(principal=parsed.principal, key=key)
-            for _, entry, key in made
-            for parsed in _parse([entry], "new key", numbered=False)
-        ]
+        new = [NewKey(principal=principal, key=key) for _, _, key, principal in made]
         keep(new)
-        entries = _without_expired_retiring_keys(entries, now) + [e for _, e, _ in made]
+        entries = _without_expired_retiring_keys(entries, now) + [e for _, e, _, _ in made]
         _write_entries(path, entries, env=env)
     return new
 
